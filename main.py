@@ -213,8 +213,10 @@ class Node:
                 "no integer msg_id")
             return
         reply["in_reply_to"] = msg_id
+        # Only a known type can be a control request; `kind` may be a list.
+        control = handler is not None and kind in CONTROL_REQUESTS
         self.send(dest if self.node_id is None else self.node_id, src, reply,
-                  kind in CONTROL_REQUESTS)
+                  control)
 
     def send(self, src, dest, body, control=False):
         """Number one message, pass it through the chaos gate, queue it."""

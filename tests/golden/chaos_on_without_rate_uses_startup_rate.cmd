@@ -1,0 +1,1 @@
+./main.py --drop-rate 0.3

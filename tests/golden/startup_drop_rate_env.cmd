@@ -1,0 +1,1 @@
+CHAOS_DROP_RATE=0.5 ./main.py

@@ -1,0 +1,1 @@
+CHAOS_SEED=7 ./main.py

@@ -1,0 +1,1 @@
+./main.py --seed 7
