@@ -1,0 +1,188 @@
+"""The node as a live process: what a golden file of stdout cannot show."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support import MAIN, ROOT, node_env, request, run_node, start_node
+
+
+INIT = request("init", 1, src="c0", node_id="n1", node_ids=["n1"])
+
+
+def read_reply(node, timeout=10):
+    """Read one stdout line from a live node, failing if none comes in time."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        assert time.monotonic() < deadline, f"no reply in {timeout}s: {line!r}"
+        os.set_blocking(node.stdout.fileno(), False)
+        try:
+            piece = node.stdout.read(1 << 16)
+        finally:
+            os.set_blocking(node.stdout.fileno(), True)
+        if piece:
+            line += piece
+        else:
+            time.sleep(0.005)
+    return line
+
+
+def stop(node):
+    """Close stdin and return (exit status, stderr) of a live node."""
+    node.stdin.close()
+    stderr = node.stderr.read().decode()
+    return node.wait(timeout=10), stderr
+
+
+def test_reply_arrives_while_stdin_stays_open():
+    """A single request is answered at once, without waiting for more input."""
+    node = start_node()
+    node.stdin.write(INIT.encode())
+    reply = json.loads(read_reply(node))
+    assert reply["body"] == {"type": "init_ok", "in_reply_to": 1, "msg_id": 0}
+    node.stdin.write(request("echo", 2, echo="live").encode())
+    reply = json.loads(read_reply(node))
+    assert reply["body"]["echo"] == "live"
+    assert stop(node)[0] == 0
+
+
+def test_two_lines_in_one_write_are_both_answered():
+    """A burst in one write is answered whole before the node reads again."""
+    node = start_node()
+    node.stdin.write((INIT + request("echo", 2, echo="b")).encode())
+    lines = read_reply(node)
+    while lines.count(b"\n") < 2:
+        lines += read_reply(node)
+    first, second = lines.decode().splitlines()
+    assert json.loads(first)["body"]["type"] == "init_ok"
+    assert json.loads(second)["body"]["echo"] == "b"
+    assert stop(node)[0] == 0
+
+
+def test_half_line_waits_for_its_newline():
+    """A line split over two writes is answered once, when it is whole."""
+    node = start_node()
+    node.stdin.write(INIT[:20].encode())
+    time.sleep(0.2)
+    node.stdin.write(INIT[20:].encode())
+    assert json.loads(read_reply(node))["body"]["type"] == "init_ok"
+    status, stderr = stop(node)
+    assert status == 0
+    assert "rejected input" not in stderr
+
+
+def test_reader_closing_stdout_exits_without_traceback():
+    """When the reader goes away the node leaves quietly."""
+    node = start_node()
+    node.stdin.write(INIT.encode())
+    read_reply(node)
+    node.stdout.close()
+    node.stdin.write(request("echo", 2, echo="nobody reads this").encode())
+    status, stderr = stop(node)
+    assert status == 0
+    assert "Traceback" not in stderr
+    assert "stdout closed" in stderr
+
+
+def test_ctrl_c_exits_130_without_traceback():
+    """SIGINT, as Ctrl-C sends it, ends the node with status 130."""
+    node = start_node()
+    node.stdin.write(INIT.encode())
+    read_reply(node)  # the node is up and blocked reading
+    node.send_signal(signal.SIGINT)
+    status = node.wait(timeout=10)
+    stderr = node.stderr.read().decode()
+    node.stdin.close()
+    assert status == 130
+    assert "Traceback" not in stderr
+    assert "exiting: 1 messages received" in stderr
+
+
+@pytest.mark.parametrize("args, settings", [
+    (["--drop-rate", "1.5"], {}),
+    (["--drop-rate", "nan"], {}),
+    (["--drop-rate", "true"], {}),
+    (["--seed", "4.2"], {}),
+    (["--bogus"], {}),
+    ([], {"CHAOS_DROP_RATE": "-0.1"}),
+    ([], {"CHAOS_DROP_RATE": "inf"}),
+    ([], {"CHAOS_SEED": "forty-two"}),
+    (["--drop-rate", "0.5"], {"CHAOS_SEED": "x"}),
+])
+def test_bad_startup_value_exits_2_with_one_line(args, settings):
+    """A bad setting stops the node before it reads: one line, status 2."""
+    done = run_node(INIT, *args, env=node_env(**settings))
+    assert done.returncode == 2
+    assert done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("main.py: "), lines
+
+
+def test_every_drop_is_named_on_stderr():
+    """Each dropped message gets one stderr line with type, dest and msg_id."""
+    lines = [INIT] + [request("echo", i, echo=i) for i in range(2, 12)]
+    done = run_node("".join(lines), "--drop-rate", "0.5")
+    sent = {json.loads(line)["body"]["msg_id"]
+            for line in done.stdout.decode().splitlines()}
+    drops = re.findall(r'^dropped echo_ok to "c1" \(msg_id (\d+)\)$',
+                       done.stderr.decode(), re.MULTILINE)
+    dropped = {int(n) for n in drops}
+    assert dropped and sent.isdisjoint(dropped)
+    assert sent | dropped == set(range(11))
+    assert len(drops) == len(dropped)
+
+
+def test_stderr_names_rejected_and_unanswered_input():
+    """A rejected line and a request with no msg_id each get a stderr line."""
+    lines = [INIT, "not json\n", request("chaos_off"), request("echo_ok", 3)]
+    done = run_node("".join(lines))
+    log = done.stderr.decode().splitlines()
+    assert log[0].startswith("rejected input line 2: not JSON")
+    assert log[1] == 'no reply to "chaos_off" from "c1": no integer msg_id'
+    assert log[2] == 'ignored "echo_ok" from "c1": replies are not requests'
+    assert log[3] == ("exiting: 4 messages received (1 rejected), "
+                      "1 sent, 0 dropped")
+    assert len(log) == 4
+
+
+def test_runs_as_an_executable_script():
+    """`./main.py` starts through its shebang, as Maelstrom's --bin does."""
+    assert os.access(MAIN, os.X_OK)
+    done = subprocess.run(["./main.py"], cwd=ROOT, input=INIT.encode(),
+                          capture_output=True, env=node_env(), timeout=60)
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["body"]["type"] == "init_ok"
+
+
+def test_readme_commands_are_the_ones_that_run():
+    """The README's test command is the one CI runs, and its run command works."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in readme
+    run = re.search(r"^\./main\.py < (tests/golden/\S+\.in\.jsonl)$", readme,
+                    re.MULTILINE)
+    assert run, "README has no `./main.py < tests/golden/...` command"
+    session = ROOT / run.group(1)
+    expected = session.with_name(session.name.replace(".in.", ".out."))
+    done = run_node(session.read_bytes())
+    assert done.stdout == expected.read_bytes()
+
+
+def test_sigterm_exits_143_with_summary():
+    """SIGTERM, as a test harness sends at teardown, ends the node cleanly."""
+    node = start_node()
+    node.stdin.write(INIT.encode())
+    read_reply(node)
+    node.send_signal(signal.SIGTERM)
+    status = node.wait(timeout=10)
+    stderr = node.stderr.read().decode()
+    node.stdin.close()
+    assert status == 143
+    assert "Traceback" not in stderr
+    assert stderr.endswith("1 sent, 0 dropped\n")
