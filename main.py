@@ -82,7 +82,7 @@ def check_drop_rate(rate):
     """Return `rate` if it is a valid drop rate, else raise ValueError."""
     if type(rate) not in (int, float):
         raise ValueError("drop_rate must be a number")
-    if not (math.isfinite(rate) and 0 <= rate <= 1):
+    if not 0 <= rate <= 1:  # also false for NaN and the infinities
         raise ValueError("drop_rate must be from 0 to 1")
     return rate
 
