@@ -17,14 +17,19 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 
 
 DEFAULT_SEED = 42
 DEFAULT_DROP_RATE = 0.1
-READ_SIZE = 1 << 18  # a pipe holds 64 KiB; a redirected file gives more
+# A pipe holds 64 KiB. A bigger buffer gains nothing from a file, and over
+# 128 KiB malloc maps it afresh for each read and unmaps it after.
+READ_SIZE = 1 << 16
 SHOWN_CHARS = 40  # how much of a foreign string a log line quotes
+RATE_SYNTAX = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+SEED_SYNTAX = re.compile(r"[+-]?[0-9]+")
 
 # Replies of these types always go out and never draw from the generator.
 CONTROL_REPLIES = frozenset(
@@ -55,9 +60,10 @@ def log(line):
 
 def brief(text):
     """Quote a string from the input safely for a one-line log entry."""
+    quote = json.encoder.encode_basestring_ascii  # json.dumps, for a str
     if len(text) > SHOWN_CHARS:
-        return json.dumps(text[:SHOWN_CHARS]) + "..."
-    return json.dumps(text)
+        return quote(text[:SHOWN_CHARS]) + "..."
+    return quote(text)
 
 
 def refuse_constant(name):
@@ -75,7 +81,45 @@ def parse_float(text):
 
 DECODER = json.JSONDecoder(
     parse_float=parse_float, parse_constant=refuse_constant)
-encode = json.JSONEncoder().encode  # what json.dumps does by default
+
+# json.dumps builds a new C encoder for every call; this one has the same
+# settings and is built once.
+ENCODER = json.encoder.c_make_encoder(
+    None,  # no cycle check: a value parsed from JSON cannot contain itself
+    json.JSONEncoder().default,  # raises TypeError, as json.dumps does
+    json.encoder.encode_basestring_ascii,  # ensure_ascii
+    None, ": ", ", ",  # indent, key separator, item separator
+    False, False, True)  # sort_keys, skipkeys, allow_nan
+
+
+def decode(line):
+    """Return the JSON value that `line` holds, or raise ValueError."""
+    try:
+        value, end = DECODER.scan_once(line, 0)
+        if end == len(line):
+            return value
+    except StopIteration:
+        pass
+    # Whitespace around the value, data after it or no value at all: the
+    # full decoder skips the first and words the error for the others.
+    return DECODER.decode(line)
+
+
+def encode(value):
+    """Return `value` serialized exactly as json.dumps(value) would be."""
+    return "".join(ENCODER(value, 0))
+
+
+def encode_deep(value):
+    """Encode a value nested about as deep as the parser allows."""
+    # The envelope and a deeper call stack need a few more levels than the
+    # parser used, so the encoder gets them for this one call.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 100)
+    try:
+        return encode(value)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def check_drop_rate(rate):
@@ -99,7 +143,8 @@ class Node:
         self.next_msg_id = 0
         self.total_sent = 0
         self.total_dropped = 0
-        self.received = 0
+        self.line_number = 0  # of stdin, blank lines included
+        self.received = 0  # lines that were not blank
         self.rejected = 0
         self.out = []  # encoded lines waiting for the next write
         self.handlers = {
@@ -163,9 +208,19 @@ class Node:
 
     def handle_line(self, line):
         """Parse one input line and answer it, or log why it cannot be."""
+        self.line_number += 1
+        if type(line) is bytes:  # from a batch that was not all UTF-8
+            try:
+                line = line.decode()
+            except UnicodeDecodeError as error:
+                self.received += 1
+                return self.reject(
+                    f"not UTF-8 ({error.reason} at byte {error.start})")
+        if not line or line.isspace():
+            return  # blank lines are skipped without a word
         self.received += 1
         try:
-            message = DECODER.decode(line)
+            message = decode(line)
         except (ValueError, RecursionError) as error:
             return self.reject(f"not JSON ({error})")
         if type(message) is not dict:
@@ -184,7 +239,7 @@ class Node:
     def reject(self, reason):
         """Log an input line that cannot be answered at all."""
         self.rejected += 1
-        log(f"rejected input line {self.received}: {reason}")
+        log(f"rejected input line {self.line_number}: {reason}")
 
     def dispatch(self, src, dest, body):
         """Run the handler for the body's type and send what it returns."""
@@ -209,8 +264,8 @@ class Node:
             reply = {"type": "error", "code": error.code, "text": error.text}
         msg_id = body.get("msg_id")
         if type(msg_id) is not int:
-            log(f"no reply to {brief(str(kind))} from {brief(src)}: "
-                "no integer msg_id")
+            what = brief(kind) if type(kind) is str else "a body with no type"
+            log(f"no reply to {what} from {brief(src)}: no integer msg_id")
             return
         reply["in_reply_to"] = msg_id
         # Only a known type can be a control request; `kind` may be a list.
@@ -221,18 +276,11 @@ class Node:
     def send(self, src, dest, body, control=False):
         """Number one message, pass it through the chaos gate, queue it."""
         body["msg_id"] = msg_id = self.next_msg_id
+        message = {"src": src, "dest": dest, "body": body}
         try:
-            line = encode({"src": src, "dest": dest, "body": body})
-        except (ValueError, RecursionError) as error:
-            # The parser accepts a little more nesting than the encoder.
-            log(f"cannot encode {body['type']} to {brief(dest)}: {error}")
-            line = encode({"src": src, "dest": dest, "body": {
-                "type": "error",
-                "code": ErrorCode.MALFORMED_REQUEST,
-                "text": "reply too deeply nested to encode",
-                "in_reply_to": body["in_reply_to"],
-                "msg_id": msg_id}})
-            body = {"type": "error"}
+            line = encode(message)
+        except RecursionError:
+            line = encode_deep(message)
         self.next_msg_id = msg_id + 1
         if (self.enabled and not control
                 and self.rng.random() < self.drop_rate):
@@ -263,47 +311,33 @@ def handle_bytes(node, data):
     try:
         lines = data.decode().split("\n")
     except UnicodeDecodeError:
-        lines = []
-        for raw in data.split(b"\n"):
-            try:
-                lines.append(raw.decode())
-            except UnicodeDecodeError as error:
-                lines.append(error)
-        for line in lines:
-            if type(line) is UnicodeDecodeError:
-                node.received += 1
-                node.reject(f"not UTF-8 ({line.reason} at byte {line.start})")
-            elif line and not line.isspace():
-                node.handle_line(line)
-        return
+        lines = data.split(b"\n")  # handle_line names each line that is bad
     for line in lines:
-        if line and not line.isspace():
-            node.handle_line(line)
+        node.handle_line(line)
 
 
 def serve(node, fd):
     """Read stdin until it ends, answering each batch before reading more."""
     pending = []  # pieces of a line whose newline has not come yet
-    while True:
-        chunk = os.read(fd, READ_SIZE)
-        if not chunk:
-            break
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
-            pending.append(chunk)
-            continue
+    try:
+        while chunk := os.read(fd, READ_SIZE):
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                pending.append(chunk)
+                continue
+            if pending:
+                pending.append(chunk[:cut])
+                handle_bytes(node, b"".join(pending))
+                pending.clear()
+            else:
+                handle_bytes(node, chunk[:cut])
+            if cut + 1 < len(chunk):
+                pending.append(chunk[cut + 1:])
+            node.flush()
         if pending:
-            pending.append(chunk[:cut])
             handle_bytes(node, b"".join(pending))
-            pending.clear()
-        else:
-            handle_bytes(node, chunk[:cut])
-        if cut + 1 < len(chunk):
-            pending.append(chunk[cut + 1:])
-        node.flush()
-    if pending:
-        handle_bytes(node, b"".join(pending))
-    node.flush()
+    finally:
+        node.flush()  # also what was answered before a Ctrl-C or SIGTERM
 
 
 class StartupError(Exception):
@@ -320,13 +354,9 @@ class Parser(argparse.ArgumentParser):
 
 def parse_rate(text):
     """Read a drop rate from the command line or the environment."""
-    try:
-        rate = int(text)
-    except ValueError:
-        try:
-            rate = float(text)
-        except ValueError:
-            raise StartupError(f"drop rate {text!r} is not a number") from None
+    if not RATE_SYNTAX.fullmatch(text):
+        raise StartupError(f"drop rate {text!r} is not a number")
+    rate = float(text) if any(c in text for c in ".eE") else int(text)
     try:
         return check_drop_rate(rate)
     except ValueError as error:
@@ -335,15 +365,15 @@ def parse_rate(text):
 
 def parse_seed(text):
     """Read the generator's seed, a whole number."""
-    try:
-        return int(text)
-    except ValueError:
-        raise StartupError(f"seed {text!r} is not a whole number") from None
+    if not SEED_SYNTAX.fullmatch(text):
+        raise StartupError(f"seed {text!r} is not a whole number")
+    return int(text)
 
 
 def settings(argv, environ):
     """Return (seed, drop_rate) from the flags, falling back on the env."""
-    parser = Parser(description="A Maelstrom echo node with a chaos mode.")
+    parser = Parser(description="A Maelstrom echo node with a chaos mode.",
+                    allow_abbrev=False)
     parser.add_argument(
         "--drop-rate", metavar="R",
         help="start with chaos on, dropping this share of replies "
@@ -375,19 +405,18 @@ def main(argv=None):
     except StartupError as error:
         log(f"main.py: {error}")
         return 2
-    sys.stderr.reconfigure(line_buffering=False)  # flushed with each batch
+    # Flushed with each batch, even where PYTHONUNBUFFERED would write each
+    # log line at once.
+    sys.stderr.reconfigure(line_buffering=False, write_through=False)
     signal.signal(signal.SIGTERM, terminate)
     node = Node(seed, drop_rate)
     status = 0
     try:
-        try:
-            serve(node, sys.stdin.fileno())
-        except KeyboardInterrupt:
-            status = 130
-            node.flush()
-        except SystemExit as stop:
-            status = stop.code
-            node.flush()
+        serve(node, sys.stdin.fileno())
+    except KeyboardInterrupt:
+        status = 130
+    except SystemExit as stop:  # from terminate(), on SIGTERM
+        status = stop.code
     except BrokenPipeError:
         # The reader is gone; Python must not try to flush stdout again.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -108,7 +108,12 @@ def test_ctrl_c_exits_130_without_traceback():
     (["--drop-rate", "1.5"], {}),
     (["--drop-rate", "nan"], {}),
     (["--drop-rate", "true"], {}),
+    (["--drop-rate", "0_1"], {}),  # int() would read this as 1
+    (["--drop-rate", "\u0661"], {}),  # an Arabic-Indic 1, also read by int()
+    (["--drop-rate", " 0.5"], {}),
+    (["--drop", "0.5"], {}),  # no abbreviated flags
     (["--seed", "4.2"], {}),
+    (["--seed", "1_000"], {}),
     (["--bogus"], {}),
     ([], {"CHAOS_DROP_RATE": "-0.1"}),
     ([], {"CHAOS_DROP_RATE": "inf"}),
@@ -140,10 +145,12 @@ def test_every_drop_is_named_on_stderr():
 
 def test_stderr_names_rejected_and_unanswered_input():
     """A rejected line and a request with no msg_id each get a stderr line."""
-    lines = [INIT, "not json\n", request("chaos_off"), request("echo_ok", 3)]
+    lines = [INIT, "\n \n", "not json\n", request("chaos_off"),
+             request("echo_ok", 3)]
     done = run_node("".join(lines))
     log = done.stderr.decode().splitlines()
-    assert log[0].startswith("rejected input line 2: not JSON")
+    # Line numbers are those of stdin, blank lines included.
+    assert log[0].startswith("rejected input line 4: not JSON")
     assert log[1] == 'no reply to "chaos_off" from "c1": no integer msg_id'
     assert log[2] == 'ignored "echo_ok" from "c1": replies are not requests'
     assert log[3] == ("exiting: 4 messages received (1 rejected), "
@@ -186,3 +193,15 @@ def test_sigterm_exits_143_with_summary():
     assert status == 143
     assert "Traceback" not in stderr
     assert stderr.endswith("1 sent, 0 dropped\n")
+
+
+@pytest.mark.parametrize("text, rate", [
+    ("1", 1), ("0", 0), ("0.25", 0.25), (".5", 0.5), ("1e-1", 0.1),
+    ("1.0", 1.0)])
+def test_startup_rate_is_read_as_a_number(text, rate):
+    """A start-up rate keeps its kind: `1` is reported as 1, `1.0` as 1.0."""
+    done = run_node(request("chaos_stats", 1), "--drop-rate", text)
+    body = json.loads(done.stdout)["body"]
+    assert body["enabled"] is True
+    assert body["drop_rate"] == rate
+    assert type(body["drop_rate"]) is type(rate)
