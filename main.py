@@ -31,9 +31,8 @@ SHOWN_CHARS = 40  # how much of a foreign string a log line quotes
 RATE_SYNTAX = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 SEED_SYNTAX = re.compile(r"[+-]?[0-9]+")
 
-# Replies of these types always go out and never draw from the generator.
-CONTROL_REPLIES = frozenset(
-    ("init_ok", "chaos_on_ok", "chaos_off_ok", "chaos_stats_ok"))
+# Replies to these requests, error replies included, always go out and
+# never draw from the chaos generator.
 CONTROL_REQUESTS = frozenset(("init", "chaos_on", "chaos_off", "chaos_stats"))
 
 

@@ -2,14 +2,17 @@
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "main.py"
 SETTINGS = ("CHAOS_DROP_RATE", "CHAOS_SEED")
+WAIT = 60  # seconds a reply may take on a busy machine before we give up
 
 
 def node_env(**settings):
@@ -47,3 +50,17 @@ def request(kind, msg_id=None, src="c1", dest="n1", **fields):
     if msg_id is not None:
         body["msg_id"] = msg_id
     return json.dumps({"src": src, "dest": dest, "body": body}) + "\n"
+
+
+def read_lines(stream, count):
+    """Read `count` whole lines from a pipe, failing if they never come."""
+    data = b""
+    deadline = time.monotonic() + WAIT
+    while data.count(b"\n") < count:
+        left = max(deadline - time.monotonic(), 0)
+        ready, _, _ = select.select([stream], [], [], left)
+        assert ready, f"got only {data!r}: the node waits for more input"
+        chunk = os.read(stream.fileno(), 1 << 16)
+        assert chunk, f"stdout ended after {data!r}"
+        data += chunk
+    return data.decode("ascii")

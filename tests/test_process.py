@@ -5,32 +5,14 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
-from support import MAIN, ROOT, node_env, request, run_node, start_node
+from support import (
+    MAIN, ROOT, node_env, read_lines, request, run_node, start_node)
 
 
 INIT = request("init", 1, src="c0", node_id="n1", node_ids=["n1"])
-
-
-def read_reply(node, timeout=10):
-    """Read one stdout line from a live node, failing if none comes in time."""
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        assert time.monotonic() < deadline, f"no reply in {timeout}s: {line!r}"
-        os.set_blocking(node.stdout.fileno(), False)
-        try:
-            piece = node.stdout.read(1 << 16)
-        finally:
-            os.set_blocking(node.stdout.fileno(), True)
-        if piece:
-            line += piece
-        else:
-            time.sleep(0.005)
-    return line
 
 
 def stop(node):
@@ -44,44 +26,19 @@ def test_reply_arrives_while_stdin_stays_open():
     """A single request is answered at once, without waiting for more input."""
     node = start_node()
     node.stdin.write(INIT.encode())
-    reply = json.loads(read_reply(node))
+    reply = json.loads(read_lines(node.stdout, 1))
     assert reply["body"] == {"type": "init_ok", "in_reply_to": 1, "msg_id": 0}
     node.stdin.write(request("echo", 2, echo="live").encode())
-    reply = json.loads(read_reply(node))
+    reply = json.loads(read_lines(node.stdout, 1))
     assert reply["body"]["echo"] == "live"
     assert stop(node)[0] == 0
-
-
-def test_two_lines_in_one_write_are_both_answered():
-    """A burst in one write is answered whole before the node reads again."""
-    node = start_node()
-    node.stdin.write((INIT + request("echo", 2, echo="b")).encode())
-    lines = read_reply(node)
-    while lines.count(b"\n") < 2:
-        lines += read_reply(node)
-    first, second = lines.decode().splitlines()
-    assert json.loads(first)["body"]["type"] == "init_ok"
-    assert json.loads(second)["body"]["echo"] == "b"
-    assert stop(node)[0] == 0
-
-
-def test_half_line_waits_for_its_newline():
-    """A line split over two writes is answered once, when it is whole."""
-    node = start_node()
-    node.stdin.write(INIT[:20].encode())
-    time.sleep(0.2)
-    node.stdin.write(INIT[20:].encode())
-    assert json.loads(read_reply(node))["body"]["type"] == "init_ok"
-    status, stderr = stop(node)
-    assert status == 0
-    assert "rejected input" not in stderr
 
 
 def test_reader_closing_stdout_exits_without_traceback():
     """When the reader goes away the node leaves quietly."""
     node = start_node()
     node.stdin.write(INIT.encode())
-    read_reply(node)
+    read_lines(node.stdout, 1)
     node.stdout.close()
     node.stdin.write(request("echo", 2, echo="nobody reads this").encode())
     status, stderr = stop(node)
@@ -94,7 +51,7 @@ def test_ctrl_c_exits_130_without_traceback():
     """SIGINT, as Ctrl-C sends it, ends the node with status 130."""
     node = start_node()
     node.stdin.write(INIT.encode())
-    read_reply(node)  # the node is up and blocked reading
+    read_lines(node.stdout, 1)  # the node is up and blocked reading
     node.send_signal(signal.SIGINT)
     status = node.wait(timeout=10)
     stderr = node.stderr.read().decode()
@@ -185,7 +142,7 @@ def test_sigterm_exits_143_with_summary():
     """SIGTERM, as a test harness sends at teardown, ends the node cleanly."""
     node = start_node()
     node.stdin.write(INIT.encode())
-    read_reply(node)
+    read_lines(node.stdout, 1)
     node.send_signal(signal.SIGTERM)
     status = node.wait(timeout=10)
     stderr = node.stderr.read().decode()
