@@ -300,8 +300,8 @@ class Node:
 
     def summary(self):
         """Return the one-line account logged at exit."""
-        return (f"exiting: {self.received} messages received "
-                f"({self.rejected} rejected), {self.total_sent} sent, "
+        return (f"exiting: {self.received} received ({self.rejected} "
+                f"rejected), {self.total_sent} sent, "
                 f"{self.total_dropped} dropped")
 
 
