@@ -243,22 +243,20 @@ class Node:
     def dispatch(self, src, dest, body):
         """Run the handler for the body's type and send what it returns."""
         kind = body.get("type")
-        if type(kind) is str:
-            handler = self.handlers.get(kind)
-            if handler is None and (kind.endswith("_ok") or kind == "error"):
+        handler = self.handlers.get(kind) if type(kind) is str else None
+        try:
+            if handler is not None:
+                reply = handler(body)
+            elif type(kind) is not str:
+                raise RPCError(ErrorCode.MALFORMED_REQUEST,
+                               "type is missing or not a string")
+            elif kind.endswith("_ok") or kind == "error":
                 log(f"ignored {brief(kind)} from {brief(src)}: "
                     "replies are not requests")
                 return
-        else:
-            handler = None
-        try:
-            if handler is None:
-                if type(kind) is str:
-                    raise RPCError(ErrorCode.NOT_SUPPORTED,
-                                   f"unknown type {brief(kind)}")
-                raise RPCError(ErrorCode.MALFORMED_REQUEST,
-                               "type is missing or not a string")
-            reply = handler(body)
+            else:
+                raise RPCError(ErrorCode.NOT_SUPPORTED,
+                               f"unknown type {brief(kind)}")
         except RPCError as error:
             reply = {"type": "error", "code": error.code, "text": error.text}
         msg_id = body.get("msg_id")
