@@ -47,6 +47,7 @@ class RPCError(Exception):
     """A request the node understood well enough to refuse with a code."""
 
     def __init__(self, code, text):
+        """Keep the error code and the few words the reply will carry."""
         super().__init__(text)
         self.code = code
         self.text = text
@@ -134,6 +135,7 @@ class Node:
     """The node's state and one handler for each request type."""
 
     def __init__(self, seed=DEFAULT_SEED, drop_rate=None):
+        """Start with chaos on only if a start-up drop rate was given."""
         self.node_id = None  # set by init; until then replies use `dest`
         self.node_ids = []
         self.rng = random.Random(seed)  # the chaos gate's only generator
