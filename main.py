@@ -60,10 +60,9 @@ def log(line):
 
 def brief(text):
     """Quote a string from the input safely for a one-line log entry."""
-    quote = json.encoder.encode_basestring_ascii  # json.dumps, for a str
-    if len(text) > SHOWN_CHARS:
-        return quote(text[:SHOWN_CHARS]) + "..."
-    return quote(text)
+    cut = "..." if len(text) > SHOWN_CHARS else ""
+    # What json.dumps does for a str, without its argument checks.
+    return json.encoder.encode_basestring_ascii(text[:SHOWN_CHARS]) + cut
 
 
 def refuse_constant(name):
@@ -272,7 +271,7 @@ class Node:
         self.send(dest if self.node_id is None else self.node_id, src, reply,
                   control)
 
-    def send(self, src, dest, body, control=False):
+    def send(self, src, dest, body, control):
         """Number one message, pass it through the chaos gate, queue it."""
         body["msg_id"] = msg_id = self.next_msg_id
         message = {"src": src, "dest": dest, "body": body}
